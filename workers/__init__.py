@@ -1,0 +1,1 @@
+"""msgroute's processes: the only package that wires RabbitMQ, HTTP, the store and carriers."""

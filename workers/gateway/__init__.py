@@ -1,0 +1,1 @@
+"""The HTTP gateway: ingest API, carrier webhooks, admin API, metrics and health."""

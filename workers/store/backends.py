@@ -1,0 +1,172 @@
+"""The two database backends behind one small interface.
+
+Both are synchronous DB-API connections driven from a thread pool, so the store's SQL
+is written once. SQL uses `?` placeholders; the PostgreSQL backend rewrites them.
+"""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from router.errors import ConfigError, UnavailableError
+
+T = TypeVar("T")
+
+
+def mask_url(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db"""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}@{host}"
+
+
+class Cursor:
+    """What store functions see: execute/fetch with `?` placeholders, rows as dicts."""
+
+    def __init__(self, conn, rewrite: bool):
+        self._conn = conn
+        self._rewrite = rewrite
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self._rewrite else sql
+
+    def execute(self, sql: str, params: tuple | list = ()) -> None:
+        self._conn.execute(self._sql(sql), params)
+
+    def executemany(self, sql: str, rows: list) -> None:
+        if rows:
+            cur = self._conn.cursor()
+            cur.executemany(self._sql(sql), rows)
+
+    def fetchall(self, sql: str, params: tuple | list = ()) -> list[dict]:
+        return list(self._conn.execute(self._sql(sql), params).fetchall())
+
+    def fetchone(self, sql: str, params: tuple | list = ()) -> dict | None:
+        return self._conn.execute(self._sql(sql), params).fetchone()
+
+    def rowcount(self, sql: str, params: tuple | list = ()) -> int:
+        return self._conn.execute(self._sql(sql), params).rowcount
+
+
+def _dict_row(cursor, row):
+    return {col[0]: value for col, value in zip(cursor.description, row)}
+
+
+class SqliteBackend:
+    kind = "sqlite"
+
+    def __init__(self, url: str):
+        path = url.removeprefix("sqlite:///")
+        if path in ("", ":memory:"):
+            raise ConfigError([f"store.url: {url!r}: give a file path (sqlite:///msgroute.db)"])
+        self.path = Path(path)
+        self.url = url
+        # one writer thread: SQLite serialises writes anyway, and a connection stays in its thread
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.path.parent and not self.path.parent.exists():
+                raise UnavailableError(f"store at {self.url}: directory {self.path.parent} does not exist")
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = _dict_row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def _transaction(self, fn: Callable[[Cursor], T]) -> T:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(Cursor(conn, rewrite=False))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def run(self, fn: Callable[[Cursor], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, self._transaction, fn)
+        except sqlite3.OperationalError as exc:
+            raise UnavailableError(f"store at {self.url}: {exc}") from exc
+
+    async def close(self) -> None:
+        def _close():
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                conn.close()
+                self._local.conn = None
+        await asyncio.get_running_loop().run_in_executor(self._pool, _close)
+        self._pool.shutdown(wait=True)
+
+
+class PostgresBackend:
+    kind = "postgresql"
+
+    def __init__(self, url: str, max_size: int = 8):
+        import psycopg_pool
+        from psycopg.rows import dict_row
+
+        self.url = url
+        self._pool = psycopg_pool.ConnectionPool(
+            url, min_size=1, max_size=max_size, open=False, timeout=10,
+            kwargs={"row_factory": dict_row, "autocommit": False, "connect_timeout": 5},
+        )
+        self._threads = ThreadPoolExecutor(max_workers=max_size, thread_name_prefix="pg")
+
+    def open(self) -> None:
+        import psycopg
+        import psycopg_pool
+        try:  # one plain connect first: a clear error instead of the pool's retry warnings
+            psycopg.connect(self.url, connect_timeout=5).close()
+        except psycopg.Error as exc:
+            raise UnavailableError(f"cannot reach PostgreSQL at {mask_url(self.url)} "
+                                   f"({str(exc).splitlines()[0][:160]}); start it or set MSGROUTE_DATABASE_URL") \
+                from None
+        try:
+            self._pool.open(wait=True, timeout=10)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close()
+            raise UnavailableError(f"cannot reach PostgreSQL at {mask_url(self.url)}") from exc
+
+    def _transaction(self, fn: Callable[[Cursor], T]) -> T:
+        with self._pool.connection() as conn:
+            with conn.transaction():
+                return fn(Cursor(conn, rewrite=True))
+
+    async def run(self, fn: Callable[[Cursor], T]) -> T:
+        import psycopg
+        import psycopg_pool
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._threads, self._transaction, fn)
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            raise UnavailableError(f"store at {mask_url(self.url)}: {exc}") from exc
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._threads, self._pool.close)
+        self._threads.shutdown(wait=True)
+
+
+def open_backend(url: str) -> Any:
+    if url.startswith("sqlite:///"):
+        return SqliteBackend(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        backend = PostgresBackend(url)
+        backend.open()
+        return backend
+    raise ConfigError([f"store.url: {mask_url(url)!r}: expected sqlite:///path or postgresql://..."])
