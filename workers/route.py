@@ -116,7 +116,21 @@ class RouteWorker:
         self.sender_pools = SenderPools(store)  # and the account's sender pool, as over HTTP
 
     async def handle_envelope(self, message) -> None:
-        await self.route(codec.decode_envelope(message.body))
+        envelope = codec.decode_envelope(message.body)
+        if message.redelivered and await self._already_routed(envelope):
+            return
+        await self.route(envelope)
+
+    async def _already_routed(self, envelope: Envelope) -> bool:
+        """A redelivery after a confirm timed out or a worker died: if the status worker has
+        recorded the route decision, its dispatch copy went out first on the same channel, so
+        routing it again would only send a duplicate downstream and count the decision twice."""
+        state = (await self.store.current_states([envelope.id])).get(envelope.id)
+        if state is None or state["status"] in (Status.QUEUED, Status.SCHEDULED):
+            return False
+        log.info("redelivered message already routed", extra={"message_id": envelope.id,
+                                                               "status": state["status"]})
+        return True
 
     async def route(self, envelope: Envelope) -> None:
         now = clock.now_iso()
