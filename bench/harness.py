@@ -237,7 +237,7 @@ def code_line() -> str:
     """The commit measured, and whether the work tree differed from it."""
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
-        return done.stdout.strip()
+        return done.stdout.rstrip("\n")  # not strip(): porcelain lines start with a space
     changed = [line[3:] for line in git("status", "--porcelain", "--", "router", "workers", "carriers").splitlines()]
     return (f"commit {git('rev-parse', '--short', 'HEAD')}"
             + (f" with uncommitted changes in {', '.join(changed)}" if changed else ""))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from router.errors import ConfigError, UnavailableError
+from workers.store.checkpointer import BACKSTOP_PAGES, Checkpointer
 
 T = TypeVar("T")
 
@@ -72,6 +73,7 @@ class SqliteBackend:
         # one writer thread: SQLite serialises writes anyway, and a connection stays in its thread
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._local = threading.local()
+        self._checkpointer: Checkpointer | None = None
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -83,7 +85,11 @@ class SqliteBackend:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             self._local.conn = conn
+            if self._checkpointer is None:  # the WAL is in place now: checkpoint it from here on
+                self._checkpointer = Checkpointer(self.path)
+                self._checkpointer.start()
         return conn
 
     def _transaction(self, fn: Callable[[Cursor], T]) -> T:
@@ -112,6 +118,8 @@ class SqliteBackend:
                 self._local.conn = None
         await asyncio.get_running_loop().run_in_executor(self._pool, _close)
         self._pool.shutdown(wait=True)
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
 
 
 class PostgresBackend:
