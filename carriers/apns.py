@@ -29,7 +29,7 @@ import orjson
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from carriers.base import (
-    CarrierConfig, InboundRequest, PermanentFailure, Receipt, SendResult, TemporaryFailure,
+    CarrierConfig, InboundRequest, OutcomeUnknown, PermanentFailure, Receipt, SendResult, TemporaryFailure,
     map_http_status, resolve_secret,
 )
 from router.errors import ConfigError
@@ -39,6 +39,11 @@ DEFAULT_BASE_URL = "https://api.push.apple.com"
 TOKEN_LIFETIME = 50 * 60  # seconds a provider token is reused
 APNS_ID_NAMESPACE = uuid.UUID("5b0e2c8e-3d4f-5a51-9a57-6d7367726f75")  # fixed: ids must be stable
 UNREGISTERED_REASONS = {"Unregistered", "BadDeviceToken"}
+# failures before the request could reach APNs: safe to send again. Any other transport
+# error (a read timeout, a reset or GOAWAY after the stream was sent) may follow a push APNs
+# took, and APNs does not deduplicate by apns-id, so sending again could notify twice.
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol,
+                   httpx.LocalProtocolError)
 
 
 def apns_id(message_id: str) -> str:
@@ -107,8 +112,10 @@ class ApnsAdapter:
         try:
             resp = await self._client.post(f"{self._base_url}/3/device/{quote(envelope.to, safe='')}",
                                            content=orjson.dumps(payload), headers=headers)
-        except httpx.TransportError as exc:
+        except NOT_SENT_ERRORS as exc:
             raise TemporaryFailure("carrier_unavailable", f"APNs: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            raise OutcomeUnknown("carrier_outcome_unknown", f"APNs: {exc!r}") from exc
         if resp.status_code == 200:
             return SendResult(carrier_message_id=resp.headers.get("apns-id", headers["apns-id"]))
         try:

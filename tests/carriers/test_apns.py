@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import carriers.apns as apns
 from carriers.apns import ApnsAdapter, apns_id
-from carriers.base import CarrierConfig, InboundRequest, PermanentFailure, TemporaryFailure
+from carriers.base import CarrierConfig, InboundRequest, OutcomeUnknown, PermanentFailure, TemporaryFailure
 from tests.carriers.fakes.fake_apns import FakeApns
 from router.errors import ConfigError
 from router.messages import Channel, Envelope
@@ -169,6 +169,14 @@ async def test_unreachable_carrier_is_temporary(make_adapter, closed_port):
     with pytest.raises(TemporaryFailure) as caught:
         await make_adapter(base_url=f"http://127.0.0.1:{closed_port}").send(push(title="Hi"))
     assert caught.value.code == "carrier_unavailable"
+
+
+async def test_a_reply_that_never_comes_is_an_unknown_outcome_not_a_retry(fake, make_adapter):
+    # APNs took the stream, so the device may be notified: sending again could notify it twice
+    with pytest.raises(OutcomeUnknown) as caught:
+        await make_adapter(timeout=0.3).send(push(to="silent0123abcd", title="Hi"))
+    assert caught.value.code == "carrier_outcome_unknown"
+    assert len(fake.requests) == 1
 
 
 async def test_apns_has_no_receipts(make_adapter):

@@ -83,8 +83,8 @@ class FakeApns:
         """Distinct provider tokens seen, in order of first use."""
         return list(dict.fromkeys(r.bearer for r in self.requests))
 
-    def handle(self, request: ApnsRequest) -> tuple[int, dict[str, str], dict | None]:
-        """(status, response headers, JSON body or None) for one request, recording it."""
+    def handle(self, request: ApnsRequest) -> tuple[int, dict[str, str], dict | None] | None:
+        """(status, response headers, JSON body or None) for one request, recording it; None: no reply."""
         self.requests.append(request)
         apns_id = request.headers.get("apns-id") or str(uuid.uuid4()).upper()
         headers = {"apns-id": apns_id}
@@ -130,6 +130,8 @@ class FakeApns:
             return 500, headers, {"reason": "InternalServerError"}
         if device.startswith("unavailable"):
             return 503, {**headers, "retry-after": "5"}, {"reason": "ServiceUnavailable"}
+        if device.startswith("silent"):  # took the push; its reply never comes
+            return None
         return 200, headers, None
 
 
@@ -177,7 +179,10 @@ class _H2Protocol(asyncio.Protocol):
         request = ApnsRequest(method=headers.get(":method", ""), path=headers.get(":path", ""),
                               headers={k: v for k, v in headers.items() if not k.startswith(":")},
                               body=bytes(body))
-        status, response_headers, reply = self.fake.handle(request)
+        answer = self.fake.handle(request)
+        if answer is None:
+            return
+        status, response_headers, reply = answer
         data = json.dumps(reply).encode() if reply is not None else b""
         self.conn.send_headers(stream_id, [(":status", str(status)), *response_headers.items(),
                                            *([("content-type", "application/json")] if data else [])],
