@@ -32,6 +32,7 @@ class HealthFeed:
         self._health: dict[str, carrier_health.CarrierHealth] = {}
         self._outbox: list[list] = []
         self._saturated: frozenset[str] = frozenset()
+        self._backlogs: dict[str, int] | None = None  # rate-limited carriers' dispatch queues, last poll
         self._tasks: list[asyncio.Task] = []
 
     def snapshot(self) -> dict[str, carrier_health.CarrierHealth]:
@@ -39,6 +40,11 @@ class HealthFeed:
 
     def saturated(self) -> frozenset[str]:
         return self._saturated
+
+    def backlogs(self) -> dict[str, int] | None:
+        """Messages waiting in each rate-limited carrier's dispatch queue at the last poll
+        (watch_capacity only); None before the first."""
+        return self._backlogs
 
     def state(self, carrier: str) -> str:
         return carrier_health.circuit_state(self._health.get(carrier, carrier_health.HEALTHY), time.time(),
@@ -106,6 +112,7 @@ class HealthFeed:
         limited = {c.name: c.rate_limit for c in self.settings.carriers if c.rate_limit}
         while not stop.is_set() and limited:
             depths = await queue_depths(channel, [topology.dispatch_queue(n) for n in limited])
+            self._backlogs = depths
             self._saturated = frozenset(
                 name for name, rate in limited.items()
                 if depths.get(topology.dispatch_queue(name), 0) > rate * MAX_BACKLOG_SECONDS)

@@ -22,6 +22,7 @@ from router.settings import Settings
 from workers import amqp, metrics, scheduler
 from workers.health_feed import HealthFeed
 from workers.ingest import intake
+from workers.ingest.admission import Admission
 from workers.ingest.policy import IngestPolicy
 from workers.ingest.sender_pools import SenderPools
 from workers.privacy import suppression_forms
@@ -114,6 +115,7 @@ class RouteWorker:
         self.policy = IngestPolicy(settings, store, publisher=publisher,
                                    account_cache_seconds=ACCOUNT_CACHE_SECONDS)
         self.sender_pools = SenderPools(store)  # and the account's sender pool, as over HTTP
+        self.admission = Admission(settings, health.backlogs)  # and a carrier's backlog (would_expire)
 
     async def handle_envelope(self, message) -> None:
         envelope = codec.decode_envelope(message.body)
@@ -195,8 +197,9 @@ class RouteWorker:
                                       "account_id")
             if account["status"] != "active":
                 raise ValidationError("account_suspended", "this account is suspended", status=403)
-            if not message.redelivered:  # a redelivery was counted the first time round
+            if not message.redelivered:  # a redelivery was counted (and admitted) the first time round
                 await self.policy.check(account, request)
+                self.admission.check(request, allowed_regions(account))
             request, sender_rate = await self.sender_pools.apply(account["id"], request)
         except ValidationError as exc:
             self.policy.refused(account, exc)
@@ -232,7 +235,9 @@ class RouteWorker:
     async def _reject_copy(self, message, reason: str) -> None:
         headers = dict(message.headers or {})
         headers["x-reject-reason"] = reason
+        # as published (SPEC §5), with its message_id so the publisher can match it to its send
         await self.publisher.publish("", topology.REJECTED_QUEUE, message.body, headers=headers,
+                                     message_id=message.message_id,
                                      content_type=message.content_type or "application/json")
 
 

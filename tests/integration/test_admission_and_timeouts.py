@@ -1,6 +1,7 @@
 """Admission control (429 would_expire) and the receipt timeout with late receipts."""
 import asyncio
 
+import aio_pika
 import aiohttp
 import orjson
 
@@ -28,6 +29,51 @@ async def test_backlog_past_validity_is_refused_at_ingest(make_engine, sqlite_ur
             async with http.post(f"{engine.base_url}/v1/messages", headers=auth,
                                  json={**body, "validity_period": 3600}) as resp:
                 assert resp.status == 202
+
+
+async def test_backlog_past_validity_is_refused_over_amqp_ingest_too(make_engine, sqlite_url):
+    async with FakeTwilio() as fake:
+        engine = make_engine(sqlite_url, REGION + twilio_carrier("slow", fake, "0.0100", "rate_limit = 2"))
+        account = engine.create_account("amqp-backlog", "--amqp-user", "guest")
+        async with aiohttp.ClientSession() as http:
+            await send_many(http, engine, account["api_key"], [f"backlog {n}" for n in range(100)])
+            connection = await aio_pika.connect(engine.amqp_url)
+            async with connection:
+                channel = await connection.channel(publisher_confirms=True)
+                ingest = await channel.get_exchange("msgroute.ingest")
+                rejected = await channel.declare_queue("msgroute.rejected", passive=True)
+
+                async def publish(tag: str, validity_period: int) -> None:
+                    body = {"channel": "sms", "to": "+447400123456", "body": tag, "validity_period": validity_period,
+                            "metadata": {"tag": tag}}
+                    await ingest.publish(aio_pika.Message(orjson.dumps(body), content_type="application/json",
+                                                          user_id="guest", message_id=tag,
+                                                          delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                         routing_key="send.sms")
+
+                refusal = None
+                for n in range(40):  # the route worker reads the carrier's backlog every 2 s
+                    await publish(f"urgent-{n}", 10)
+                    await asyncio.sleep(0.5)
+                    refusal = await rejected.get(fail=False)
+                    if refusal is not None:
+                        break
+                assert refusal is not None, "no AMQP message was refused for the carrier's backlog"
+                await refusal.ack()
+                assert refusal.headers["x-reject-reason"].startswith("would_expire: "), refusal.headers
+                assert refusal.message_id.startswith("urgent-")  # as published: the publisher can match it
+                assert orjson.loads(refusal.body)["metadata"]["tag"] == refusal.message_id
+
+                await publish("roomy", 3600)  # a validity the backlog fits in is accepted
+                for _ in range(40):
+                    async with http.get(f"{engine.base_url}/v1/messages?limit=500",
+                                        headers={"Authorization": f"Bearer {account['api_key']}"}) as resp:
+                        tags = {(m.get("metadata") or {}).get("tag"): m["status"] for m in (await resp.json())["data"]}
+                    if "roomy" in tags:
+                        break
+                    await asyncio.sleep(0.25)
+                assert tags.get("roomy") not in (None, "rejected"), tags.get("roomy")
+                assert tags[refusal.message_id] == "rejected"
 
 
 async def test_receipt_timeout_closes_a_silent_message_and_keeps_a_late_receipt(make_engine, sqlite_url):

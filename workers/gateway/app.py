@@ -83,7 +83,7 @@ async def _resources(app: web.Application):
         state.accounts = AccountCache(state.store)
         state.rate_limiter = RateLimiter(settings.gateway.account_rate_limit)
         state.sender_pools = SenderPools(state.store)
-        state.admission = Admission(settings, app[queues.MONITOR])
+        state.admission = Admission(settings, app[queues.MONITOR].depths)
         state.policy = IngestPolicy(settings, state.store, publisher=state.publisher, accounts=state.accounts,
                                     account_cache_seconds=ACCOUNT_CACHE_SECONDS)
         monitor = app[queues.MONITOR]

@@ -58,6 +58,10 @@ class QueueMonitor:
     def names(self) -> list[str]:
         return engine_queues(self.settings)
 
+    def depths(self) -> dict[str, int] | None:
+        """Each queue's message count at the last poll; None before the first."""
+        return self.last.depths if self.last is not None else None
+
     async def _open_channel(self):
         if self._channel is None or self._channel.is_closed:
             self._channel = await asyncio.wait_for(amqp.open_channel(self.connection, confirms=False),

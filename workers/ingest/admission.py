@@ -3,14 +3,16 @@ hold past its validity period, rather than accept it only to let it expire.
 
 The estimate is the backlog of the dispatch queue of the carrier the message would be
 routed to first, divided by that carrier's `rate_limit` (carriers without one are not
-throttled by us, so they never refuse). Depths come from the gateway's queue monitor
-(refreshed every few seconds). A pool sender's own backlog is checked the same way once
-the sender is known (sender_pools.py, measured by sender_backlog.py).
+throttled by us, so they never refuse). Depths come from whatever polls the broker in the
+process: the gateway's queue monitor for HTTP ingest, the route worker's capacity watch for
+AMQP ingest (both refresh every few seconds). A pool sender's own backlog is checked the
+same way once the sender is known (sender_pools.py, measured by sender_backlog.py).
 """
 from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 from router import routing, topology
 from router.errors import ValidationError
@@ -18,13 +20,17 @@ from router.requests import SendRequest
 
 
 class Admission:
-    def __init__(self, settings, monitor):
+    def __init__(self, settings, depths: Callable[[], dict[str, int] | None]):
+        """`depths()`: the latest message count of each dispatch queue, None until first polled."""
         self.router = routing.Router(settings)
         self.limits = {c.name: c.rate_limit for c in settings.carriers if c.rate_limit}
-        self.monitor = monitor
+        self.depths = depths
 
     def check(self, request: SendRequest, allowed_regions: set[str] | None) -> None:
-        if not request.validity_period or not self.limits or self.monitor is None or self.monitor.last is None:
+        if not request.validity_period or not self.limits:
+            return
+        depths = self.depths()
+        if depths is None:
             return
         decision = self.router.decide(request.channel, request.to, request.platform, allowed_regions, {},
                                       time.time())
@@ -34,7 +40,7 @@ class Admission:
         rate = self.limits.get(carrier)
         if not rate:
             return
-        backlog = self.monitor.last.depths.get(topology.dispatch_queue(carrier), 0)
+        backlog = depths.get(topology.dispatch_queue(carrier), 0)
         wait = backlog / rate
         if wait > request.validity_period:
             raise WouldExpire(wait - request.validity_period)
