@@ -119,22 +119,23 @@ class RouteWorker:
 
     async def handle_envelope(self, message) -> None:
         envelope = codec.decode_envelope(message.body)
-        if message.redelivered and await self._already_routed(envelope):
+        # A redelivery (a confirm timed out, or a worker died before its ack) may have been routed
+        # already. Once the dispatch worker has recorded a send, routing it again is pointless. If
+        # only `routed` is recorded, its dispatch copy may still have been refused (a full queue
+        # nacks it while the status copy goes through), so it goes out again (the dispatch log
+        # drops a second copy), but the decision is not counted twice.
+        recorded = await self._recorded_status(envelope) if message.redelivered else None
+        if recorded not in (None, Status.QUEUED, Status.SCHEDULED, Status.ROUTED):
+            log.info("redelivered message already dispatched", extra={"message_id": envelope.id,
+                                                                       "status": recorded})
             return
-        await self.route(envelope)
+        await self.route(envelope, count=recorded != Status.ROUTED)
 
-    async def _already_routed(self, envelope: Envelope) -> bool:
-        """A redelivery after a confirm timed out or a worker died: if the status worker has
-        recorded the route decision, its dispatch copy went out first on the same channel, so
-        routing it again would only send a duplicate downstream and count the decision twice."""
+    async def _recorded_status(self, envelope: Envelope) -> str | None:
         state = (await self.store.current_states([envelope.id])).get(envelope.id)
-        if state is None or state["status"] in (Status.QUEUED, Status.SCHEDULED):
-            return False
-        log.info("redelivered message already routed", extra={"message_id": envelope.id,
-                                                               "status": state["status"]})
-        return True
+        return state["status"] if state else None
 
-    async def route(self, envelope: Envelope) -> None:
+    async def route(self, envelope: Envelope, count: bool = True) -> None:
         now = clock.now_iso()
         if envelope.expires_at and envelope.expires_at <= now:
             await self._transition(envelope, Status.EXPIRED, now, error=("expired", "validity period passed"))
@@ -160,7 +161,8 @@ class RouteWorker:
             return
         first = decision.candidates[0]
         routed = dataclasses.replace(envelope, route=decision, candidate=0, tried=())
-        metrics.messages_routed.labels(envelope.channel, first.carrier, first.region).inc()
+        if count:
+            metrics.messages_routed.labels(envelope.channel, first.carrier, first.region).inc()
         transition = Transition(message_id=envelope.id, status=Status.ROUTED, occurred_at=now,
                                 channel=envelope.channel, account_id=envelope.account_id, carrier=first.carrier,
                                 region=first.region, destination=decision.destination)

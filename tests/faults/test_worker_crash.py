@@ -140,7 +140,8 @@ async def _crash(proxy: FaultProxy, vhost: str, fake: FakeTwilio, engine, sqlite
         dispatch_in_hand_at_kill=len(in_hand), dispatch_sent_in_freeze=len(sent_in_freeze),
         redelivered_already_handled=len(redelivered_handled), redelivered_mid_send=len(redelivered_mid_send),
         dispatch_in_hand_resent=len(resent),
-        route_redelivered_already_routed=len(tools.logged_ids(engine, "redelivered message already routed")), undelivered_receipt_timeout=timeouts,
+        route_redelivered_already_dispatched=len(tools.logged_ids(engine, "redelivered message already dispatched")),
+        undelivered_receipt_timeout=timeouts,
         timed_out_though_receipt_arrived_in_time=(late := tools.timed_out_despite_receipt(sqlite_url)),
         callbacks_sent=len(fake.callbacks), callbacks_refused=sum(1 for c in fake.callbacks if c.status != 200),
         ingest_s=round(ingest_seconds, 1), all_terminal_s=round(settle_seconds, 1))

@@ -1,6 +1,7 @@
 """A message that comes back to the route worker as a redelivery (its confirm timed out, or the
-worker died before its ack) is routed again only if its route decision was never recorded:
-otherwise the dispatch worker would get a second copy and the decision would be counted twice."""
+worker died before its ack): routed as usual if nothing was recorded; sent to dispatch again but
+not counted twice if only `routed` was recorded (its dispatch copy may have been refused); left
+alone once a send was recorded."""
 import aio_pika
 from prometheus_client import REGISTRY
 
@@ -42,7 +43,7 @@ async def take_all(channel, queue: str) -> list[bytes]:
     return taken
 
 
-async def test_a_redelivery_is_routed_again_only_if_its_route_was_not_recorded(make_engine, sqlite_url):
+async def test_a_redelivery_is_routed_again_only_while_no_send_was_recorded(make_engine, sqlite_url):
     engine = make_engine(sqlite_url, start=False)
     engine.cli("migrate")
     account = engine.create_account("redelivery")
@@ -54,19 +55,22 @@ async def test_a_redelivery_is_routed_again_only_if_its_route_was_not_recorded(m
         await amqp.declare_topology(channel, settings)
         worker = RouteWorker(settings, store, amqp.Publisher(channel), HealthFeed(settings))
         request = requests.parse({"channel": "sms", "to": "+447911123456", "body": "hello"})
-        never_routed, already_routed = intake.accept(request, account["id"]), intake.accept(request, account["id"])
-        await store.insert_messages([never_routed[1], {**already_routed[1], "status": Status.ROUTED}])
-        counted = routed_count()
+        recorded = {}  # status recorded before the redelivery -> envelope
+        for status in (Status.QUEUED, Status.ROUTED, Status.SENT):
+            envelope, row = intake.accept(request, account["id"])
+            await store.insert_messages([{**row, "status": status}])
+            recorded[status] = envelope
 
-        await worker.handle_envelope(await redelivered_copy(channel, codec.dumps(already_routed[0])))
-        assert await take_all(channel, DISPATCH_QUEUE) == [], "an already routed message was routed again"
-        assert routed_count() == counted
+        async def redeliver(status: Status) -> tuple[list[str], float]:
+            """What the route worker sent to dispatch for it, and how many decisions it counted."""
+            counted = routed_count()
+            await worker.handle_envelope(await redelivered_copy(channel, codec.dumps(recorded[status])))
+            dispatched = [codec.decode_envelope(body).id for body in await take_all(channel, DISPATCH_QUEUE)]
+            return dispatched, routed_count() - counted
 
-        await worker.handle_envelope(await redelivered_copy(channel, codec.dumps(never_routed[0])))
-        dispatched = [codec.decode_envelope(body).id for body in await take_all(channel, DISPATCH_QUEUE)]
-        assert dispatched == [never_routed[0].id], "a redelivery never routed before was not routed"
-        assert routed_count() == counted + 1
+        assert await redeliver(Status.QUEUED) == ([recorded[Status.QUEUED].id], 1)
+        assert await redeliver(Status.ROUTED) == ([recorded[Status.ROUTED].id], 0)
+        assert await redeliver(Status.SENT) == ([], 0)
     finally:
         await connection.close()
         await store.close()
-
