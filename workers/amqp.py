@@ -8,7 +8,7 @@ import asyncio
 import random
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import aio_pika
@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from router import topology
 from router.errors import UnavailableError
 from router.settings import Settings
+from workers.publish_batch import PublishBatcher, supported as batching_supported
 from workers.store.backends import mask_url
 
 log = logging.getLogger("msgroute.amqp")
@@ -124,6 +125,7 @@ class Publisher:
 
     channel: aio_pika.abc.AbstractChannel
     timeout: float = 5.0
+    _batcher: PublishBatcher | None = field(default=None, init=False, repr=False)
 
     async def publish_later(self, delay: float, queue: str, body: bytes, *, headers: dict | None = None,
                             jitter: bool = False) -> None:
@@ -148,8 +150,8 @@ class Publisher:
                     raise aiormq.exceptions.ChannelInvalidStateError(f"{self.channel!r} closed")
                 channel = await self.channel.get_underlay_channel()
                 written = True
-                confirm = await channel.basic_publish(body, exchange=exchange, routing_key=routing_key,
-                                                      properties=properties, mandatory=mandatory)
+                confirm = await self._publish_on(channel)(body, exchange=exchange, routing_key=routing_key,
+                                                          properties=properties, mandatory=mandatory)
         except PUBLISH_ERRORS as exc:
             failure = PublishUncertain if written else PublishFailed
             raise failure(f"{exchange or 'default'}/{routing_key}: {type(exc).__name__}: {exc}") from exc
@@ -162,6 +164,14 @@ class Publisher:
             raise failure(f"{exchange or 'default'}/{routing_key}: connection lost before the confirm") from exc
         if not isinstance(confirm, aiormq.spec.Basic.Ack):
             raise PublishFailed(f"{exchange or 'default'}/{routing_key}: not confirmed ({type(confirm).__name__})")
+
+    def _publish_on(self, channel: aiormq.Channel):
+        """Concurrent publishes share a socket write; a reconnect brings a new underlying channel."""
+        if self._batcher is None or self._batcher.channel is not channel:
+            if not batching_supported(channel):
+                return channel.basic_publish
+            self._batcher = PublishBatcher(channel)
+        return self._batcher.publish
 
     async def publish_each(self, items: list[tuple[str, str, bytes, dict | None]]) -> list[PublishFailed | None]:
         """Publish concurrently; one result per item: None when confirmed, else why not."""

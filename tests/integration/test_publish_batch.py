@@ -1,0 +1,108 @@
+"""Concurrent publishes share socket writes (workers/publish_batch.py) and still each get their own
+confirm: every one reaches the queue once, an unroutable one among them fails alone, and a caller
+that gives up before its turn is not sent, without disturbing the delivery tags after it."""
+import asyncio
+
+import pytest
+
+from router.settings import from_dict
+from workers import amqp
+from workers.publish_batch import supported
+
+QUEUE = "test.publish-batch"
+
+
+@pytest.fixture
+async def channel(vhost):
+    settings = from_dict({"broker": {"url": vhost}})
+    connection = await amqp.connect(settings, "publish-batch")
+    try:
+        channel = await amqp.open_channel(connection)
+        await channel.declare_queue(QUEUE, durable=True, arguments=amqp.QUORUM)
+        yield channel
+    finally:
+        await connection.close()
+
+
+def count_writes(underlay) -> list[int]:
+    """Payloads the channel hands to the connection's writer (one socket write each)."""
+    writes: list[int] = []
+    put = underlay.write_queue.put
+
+    async def counting_put(frame):
+        writes.append(len(frame.payload))
+        return await put(frame)
+
+    underlay.write_queue.put = counting_put
+    return writes
+
+
+async def drain(channel, expected: int) -> list[bytes]:
+    queue = await channel.declare_queue(QUEUE, durable=True, arguments=amqp.QUORUM)
+    bodies = []
+    for _ in range(50):
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            bodies.append(message.body)
+        if len(bodies) >= expected:
+            break
+        await asyncio.sleep(0.1)
+    return bodies
+
+
+async def test_concurrent_publishes_are_written_together_and_each_confirmed(channel):
+    underlay = await channel.get_underlay_channel()
+    assert supported(underlay), "aiormq changed: the Publisher fell back to one write per publish"
+    writes = count_writes(underlay)
+    publisher = amqp.Publisher(channel, timeout=10)
+    sent = [f"message {n}".encode() for n in range(500)]
+
+    await asyncio.gather(*(publisher.publish("", QUEUE, body) for body in sent))
+    publish_writes = len(writes)
+
+    assert sorted(await drain(channel, len(sent))) == sorted(sent)  # each once, none lost
+    assert 0 < publish_writes < len(sent) / 5, f"{publish_writes} writes for {len(sent)} publishes"
+
+
+async def test_an_unroutable_publish_fails_alone_in_its_batch(channel):
+    publisher = amqp.Publisher(channel, timeout=10)
+    routable = [publisher.publish("", QUEUE, f"ok {n}".encode()) for n in range(20)]
+    unroutable = publisher.publish("", "test.no-such-queue", b"lost?")
+
+    results = await asyncio.gather(*routable, unroutable, return_exceptions=True)
+
+    assert results[:20] == [None] * 20
+    assert isinstance(results[20], amqp.PublishFailed) and "not confirmed" in str(results[20])
+    assert len(await drain(channel, 20)) == 20
+
+
+async def test_a_caller_that_gives_up_before_its_turn_is_not_sent(channel):
+    underlay = await channel.get_underlay_channel()
+    publisher = amqp.Publisher(channel, timeout=0.3)
+    async with underlay.lock:  # the channel is busy: the batch cannot be queued yet
+        with pytest.raises(amqp.PublishUncertain):
+            await publisher.publish("", QUEUE, b"gave up")
+    # the tags stay in step with the broker's: later publishes are confirmed as theirs
+    await asyncio.gather(*(publisher.publish("", QUEUE, f"after {n}".encode()) for n in range(10)))
+
+    bodies = await drain(channel, 10)
+    assert sorted(bodies) == sorted(f"after {n}".encode() for n in range(10))
+
+
+async def test_a_publish_after_a_reconnect_uses_the_new_channel(vhost):
+    settings = from_dict({"broker": {"url": vhost}})
+    connection = await amqp.connect(settings, "publish-batch-reconnect")
+    try:
+        channel = await amqp.open_channel(connection)
+        await channel.declare_queue(QUEUE, durable=True, arguments=amqp.QUORUM)
+        publisher = amqp.Publisher(channel, timeout=10)
+        await publisher.publish("", QUEUE, b"before")
+        before = await channel.get_underlay_channel()
+        await before.close()  # the robust channel reopens a new underlying channel
+        for _ in range(50):
+            if (await channel.get_underlay_channel()) is not before and not channel.is_closed:
+                break
+            await asyncio.sleep(0.1)
+        await publisher.publish("", QUEUE, b"after")
+        assert sorted(await drain(channel, 2)) == [b"after", b"before"]
+    finally:
+        await connection.close()
