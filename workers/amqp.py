@@ -8,7 +8,7 @@ import asyncio
 import random
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import aio_pika
@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from router import topology
 from router.errors import UnavailableError
 from router.settings import Settings
-from workers.publish_batch import PublishBatcher, supported as batching_supported
+from workers.publish_batch import batcher_for, supported as batching_supported
 from workers.store.backends import mask_url
 
 log = logging.getLogger("msgroute.amqp")
@@ -125,7 +125,6 @@ class Publisher:
 
     channel: aio_pika.abc.AbstractChannel
     timeout: float = 5.0
-    _batcher: PublishBatcher | None = field(default=None, init=False, repr=False)
 
     async def publish_later(self, delay: float, queue: str, body: bytes, *, headers: dict | None = None,
                             jitter: bool = False) -> None:
@@ -165,13 +164,10 @@ class Publisher:
         if not isinstance(confirm, aiormq.spec.Basic.Ack):
             raise PublishFailed(f"{exchange or 'default'}/{routing_key}: not confirmed ({type(confirm).__name__})")
 
-    def _publish_on(self, channel: aiormq.Channel):
-        """Concurrent publishes share a socket write; a reconnect brings a new underlying channel."""
-        if self._batcher is None or self._batcher.channel is not channel:
-            if not batching_supported(channel):
-                return channel.basic_publish
-            self._batcher = PublishBatcher(channel)
-        return self._batcher.publish
+    @staticmethod
+    def _publish_on(channel: aiormq.Channel):
+        """Concurrent publishes share a socket write (a reconnect brings a new underlying channel)."""
+        return batcher_for(channel).publish if batching_supported(channel) else channel.basic_publish
 
     async def publish_each(self, items: list[tuple[str, str, bytes, dict | None]]) -> list[PublishFailed | None]:
         """Publish concurrently; one result per item: None when confirmed, else why not."""
@@ -215,12 +211,16 @@ async def dead_letter(publisher: Publisher, message: AbstractIncomingMessage, re
     await publisher.publish(topology.DEAD_EXCHANGE, "", message.body, headers=headers)
 
 
-async def _settle(message: AbstractIncomingMessage, ok: bool) -> None:
+async def _settle(message: AbstractIncomingMessage, ok: bool, multiple: bool = False) -> None:
+    """Ack (or requeue) a delivery; acks of concurrent handlers share a socket write."""
     with contextlib.suppress(*PUBLISH_ERRORS):
-        if ok:
-            await message.ack()
+        channel = message.channel
+        if not batching_supported(channel):
+            await (message.ack(multiple=multiple) if ok else message.nack(requeue=True))
+        elif ok:
+            await batcher_for(channel).ack(message.delivery_tag, multiple=multiple)
         else:
-            await message.nack(requeue=True)
+            await batcher_for(channel).nack(message.delivery_tag, requeue=True)
 
 
 async def consume(channel, queue_name: str, handler: Handler, *, publisher: Publisher, stop: asyncio.Event,
@@ -340,12 +340,14 @@ async def _handle_batch(batch, handler, publisher, queue_name, on_poison) -> Non
             await _handle_one(message, lambda m: handler([m]), publisher, queue_name, on_poison)
         return
     last = batch[-1]
+    same_channel = False  # stays so if the channel closed (then every ack below fails quietly too)
     with contextlib.suppress(*PUBLISH_ERRORS):
-        if all(m.channel is last.channel for m in batch):
-            await last.ack(multiple=True)
-        else:
-            for message in batch:
-                await message.ack()
+        same_channel = all(m.channel is last.channel for m in batch)
+    if same_channel:
+        await _settle(last, ok=True, multiple=True)
+    else:
+        for message in batch:
+            await _settle(message, ok=True)
 
 
 async def queue_counts(channel, name: str):
