@@ -24,7 +24,7 @@ import aio_pika
 import orjson
 import uvloop
 
-from harness import (BENCH_SETTINGS, DEFAULT_ROUTING, BenchEngine, dump_json, machine_line, memory_kib,
+from harness import (BENCH_SETTINGS, DEFAULT_ROUTING, ROOT, BenchEngine, dump_json, machine_line, memory_kib,
                      send_request, table)
 
 CARRIER = """
@@ -111,9 +111,9 @@ async def watch(engine: BenchEngine, backlog: int, timeout: float) -> dict:
             "restarted": sorted(name for pid, name in pids.items() if pid not in alive)}
 
 
-def run_case(backlog: int, concurrency: int, workdir: Path) -> dict:
+def run_case(backlog: int, concurrency: int, workdir: Path, code: Path) -> dict:
     config = BENCH_SETTINGS + CARRIER.format(concurrency=concurrency) + DEFAULT_ROUTING
-    engine = BenchEngine(workdir, config=config)
+    engine = BenchEngine(workdir, config=config, code=code)
     try:
         engine.start()
         return uvloop.run(watch(engine, backlog, timeout=max(600, backlog / 50)))
@@ -125,13 +125,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default="10000:50,100000:50,20000:500")
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--code", type=Path, default=ROOT,
+                        help="import the engine from this checkout (e.g. a `git worktree` of an older commit)")
     args = parser.parse_args()
-    print(machine_line())
+    print(f"{machine_line()}; engine code from {args.code}")
     results = []
     for case in args.cases.split(","):
         backlog, concurrency = (int(v) for v in case.split(":"))
         with tempfile.TemporaryDirectory(prefix="msgroute-bench-") as tmp:
-            result = run_case(backlog, concurrency, Path(tmp))
+            result = run_case(backlog, concurrency, Path(tmp), args.code)
         results.append({"backlog": backlog, "concurrency": concurrency, **result})
         print(f"\nbacklog {backlog:,}, carrier concurrency {concurrency}: published in "
               f"{result['published_seconds']:.0f}s, routed in {result['routed_seconds']:.0f}s; largest queues: "
