@@ -79,7 +79,7 @@ class PublishBatcher:
         return await confirmation
 
     async def ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        """Returns once the ack is queued for the socket (as aiormq's `basic_ack(wait=False)`)."""
+        """Returns once the ack is written to the socket, as aiormq's own `basic_ack` does."""
         await self._queue(_Settle(spec.Basic.Ack(delivery_tag=delivery_tag, multiple=multiple)))
 
     async def nack(self, delivery_tag: int, requeue: bool = True) -> None:
