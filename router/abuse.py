@@ -14,6 +14,10 @@ with the signals that explain it. Rules (`[abuse]` in the configuration):
   `invalid_ratio_max` of them refused for an invalid address.
 
 Only fingerprints of bodies and masked addresses are kept in the signals.
+
+Memory per account is bounded whatever its traffic: volume and invalid ratio are counted
+per second over the window (at most `window_seconds` counters), and `same_body` looks at
+the account's last `TRACKED_MESSAGES` messages within the window.
 """
 from __future__ import annotations
 
@@ -28,6 +32,9 @@ from router.privacy import mask_address
 
 INVALID_ADDRESS_CODES = frozenset({"invalid_phone_number", "invalid_email", "invalid_device_token"})
 SAMPLES = 3
+# same_body's memory: a body must reach its limit of distinct recipients among this many of the
+# account's latest messages (1 % of them at the default limit of 200)
+TRACKED_MESSAGES = 20_000
 
 _HOST = re.compile(r"(?<![\w@.-])(?:[a-z][a-z0-9+.-]*://)?((?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+"
                    r"[a-z](?:[a-z0-9-]*[a-z0-9])?)\.?(?![\w-])", re.IGNORECASE)
@@ -58,13 +65,34 @@ class Trigger:
 
 
 @dataclass
+class _Second:
+    """One second of an account's requests."""
+
+    second: int
+    first_at: float  # the first request in it
+    messages: int = 0  # admitted
+    requests: int = 0  # admitted or refused
+    invalid: int = 0  # refused for an invalid address
+    first_message_at: float | None = None
+
+
+@dataclass
 class _Stream:
     """One account's recent traffic: what the rules need, and nothing more."""
 
-    messages: deque = field(default_factory=deque)  # (time, body fingerprint, recipient)
+    messages: deque = field(default_factory=deque)  # (time, body fingerprint, recipient), the latest only
     recipients: dict = field(default_factory=dict)  # fingerprint -> Counter(recipient -> messages)
-    requests: deque = field(default_factory=deque)  # (time, invalid address?)
+    seconds: deque = field(default_factory=deque)  # _Second, oldest first, over the window
+    in_window: int = 0  # the sums of `seconds`
+    requests: int = 0
     invalid: int = 0
+
+    def this_second(self, now: float) -> _Second:
+        second = int(now)
+        if self.seconds and self.seconds[-1].second >= second:  # the same second (or a clock step back)
+            return self.seconds[-1]
+        self.seconds.append(_Second(second, now))
+        return self.seconds[-1]
 
 
 def fingerprint(*parts: str | None) -> str:
@@ -117,8 +145,16 @@ class Detector:
         triggers = self.check_content(texts)
         stream = self._advance(account_id, now)
         body = fingerprint(*texts)
+        if len(stream.messages) >= TRACKED_MESSAGES:
+            _forget_oldest(stream)
         stream.messages.append((now, body, to))
-        stream.requests.append((now, False))
+        second = stream.this_second(now)
+        if second.first_message_at is None:
+            second.first_message_at = now
+        second.messages += 1
+        second.requests += 1
+        stream.in_window += 1
+        stream.requests += 1
         seen = stream.recipients.setdefault(body, Counter())
         seen[to] += 1
         rules = self.rules
@@ -131,7 +167,7 @@ class Detector:
                  "limit": rules.same_body_max_recipients, "window_seconds": rules.window_seconds,
                  "first_at": _iso(first), "last_at": _iso(now),
                  "sample_recipients": [mask_address(r) for r in list(seen)[:SAMPLES]]}))
-        volume = len(stream.messages)
+        volume = stream.in_window
         if baseline is not None and volume >= rules.volume_spike_min_messages \
                 and volume > rules.volume_spike_factor * baseline:
             triggers.append(Trigger(
@@ -139,7 +175,8 @@ class Detector:
                 f"{baseline:.1f} per window (factor {rules.volume_spike_factor:g})",
                 {"messages_in_window": volume, "baseline_per_window": round(baseline, 2),
                  "factor": rules.volume_spike_factor, "min_messages": rules.volume_spike_min_messages,
-                 "window_seconds": rules.window_seconds, "first_at": _iso(stream.messages[0][0]),
+                 "window_seconds": rules.window_seconds,
+                 "first_at": _iso(next(s.first_message_at for s in stream.seconds if s.messages)),
                  "last_at": _iso(now)}))
         return triggers
 
@@ -147,9 +184,12 @@ class Detector:
         """A request refused at validation; an invalid address counts towards the ratio."""
         stream = self._advance(account_id, now)
         invalid = code in INVALID_ADDRESS_CODES
-        stream.requests.append((now, invalid))
+        second = stream.this_second(now)
+        second.requests += 1
+        second.invalid += invalid
+        stream.requests += 1
         stream.invalid += invalid
-        total, rules = len(stream.requests), self.rules
+        total, rules = stream.requests, self.rules
         if invalid and total >= rules.invalid_min_requests and stream.invalid / total > rules.invalid_ratio_max:
             ratio = stream.invalid / total
             return [Trigger(
@@ -157,7 +197,7 @@ class Detector:
                 f"invalid address ({ratio:.0%}, limit {rules.invalid_ratio_max:.0%})",
                 {"invalid_requests": stream.invalid, "requests": total, "ratio": round(ratio, 3),
                  "limit": rules.invalid_ratio_max, "min_requests": rules.invalid_min_requests,
-                 "window_seconds": rules.window_seconds, "first_at": _iso(stream.requests[0][0]),
+                 "window_seconds": rules.window_seconds, "first_at": _iso(stream.seconds[0].first_at),
                  "last_at": _iso(now)})]
         return []
 
@@ -169,7 +209,7 @@ class Detector:
             for other in list(self._streams):
                 if other != account_id:
                     _expire(self._streams[other], cutoff)
-                    if not self._streams[other].requests:
+                    if not self._streams[other].seconds:
                         del self._streams[other]
         stream = self._streams.get(account_id)
         if stream is None:
@@ -180,12 +220,20 @@ class Detector:
 
 def _expire(stream: _Stream, cutoff: float) -> None:
     while stream.messages and stream.messages[0][0] <= cutoff:
-        _, body, to = stream.messages.popleft()
-        seen = stream.recipients[body]
-        seen[to] -= 1
-        if seen[to] <= 0:
-            del seen[to]
-            if not seen:
-                del stream.recipients[body]
-    while stream.requests and stream.requests[0][0] <= cutoff:
-        stream.invalid -= stream.requests.popleft()[1]
+        _forget_oldest(stream)
+    # a second leaves the window once all of it has (the counts lag by under a second)
+    while stream.seconds and stream.seconds[0].second + 1 <= cutoff:
+        gone = stream.seconds.popleft()
+        stream.in_window -= gone.messages
+        stream.requests -= gone.requests
+        stream.invalid -= gone.invalid
+
+
+def _forget_oldest(stream: _Stream) -> None:
+    _, body, to = stream.messages.popleft()
+    seen = stream.recipients[body]
+    seen[to] -= 1
+    if seen[to] <= 0:
+        del seen[to]
+        if not seen:
+            del stream.recipients[body]

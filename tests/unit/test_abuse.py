@@ -1,7 +1,7 @@
 """The abuse rules (router.abuse) on realistic streams: pure, no I/O."""
 import pytest
 
-from router.abuse import Detector, Rules, denied_entry, fingerprint, link_hosts
+from router.abuse import TRACKED_MESSAGES, Detector, Rules, denied_entry, fingerprint, link_hosts
 
 T0 = 1_800_000_000.0
 RULES = Rules(window_seconds=300, same_body_max_recipients=200, invalid_ratio_max=0.5, invalid_min_requests=50,
@@ -171,3 +171,30 @@ def test_idle_accounts_are_dropped():
         detector.message(f"acc_{i}", T0, number(i), (None, None, "hello"))
     detector.message("acc_x", T0 + 1000, number(1), (None, None, "hello"))
     assert detector.tracked() == 1
+
+
+def test_memory_per_account_is_bounded_and_volume_still_counts_every_message():
+    detector = Detector(RULES)
+    # 25,000 distinct bodies in 25 s against a baseline of 1,249.95 per window: the spike needs
+    # more than 24,999 messages, more than same_body keeps
+    tripped = send(detector, 25_000, lambda i: f"Your code is {i:06d}", every=0.001, baseline=1249.95)
+    [(index, [trigger])] = tripped
+    assert (index, trigger.rule, trigger.signals["messages_in_window"]) == (24_999, "volume_spike", 25_000)
+    assert trigger.signals["first_at"] == "2027-01-15T08:00:00.000Z"
+    stream = detector._streams["acc_1"]
+    assert len(stream.messages) == TRACKED_MESSAGES  # what same_body keeps, whatever the traffic
+    assert sum(len(seen) for seen in stream.recipients.values()) == TRACKED_MESSAGES
+    assert len(stream.seconds) <= 26  # per-second counters for the rest
+
+
+def test_same_body_looks_at_the_latest_tracked_messages():
+    detector = Detector(RULES)
+    early = send(detector, 150, lambda i: SPAM, every=0.001)
+    between = send(detector, TRACKED_MESSAGES, lambda i: f"Order #{i} has shipped", start=T0 + 1, every=0.001,
+                   recipients=lambda i: number(i % 1000))
+    # 150 + 100 distinct recipients within the window, but the first 150 are no longer among the
+    # account's latest messages: the body counts as sent to 100
+    late = send(detector, 100, lambda i: SPAM, start=T0 + 30, every=0.001, recipients=lambda i: number(5000 + i))
+    assert early == between == late == []
+    assert send(detector, 101, lambda i: SPAM, start=T0 + 31, every=0.001,
+                recipients=lambda i: number(6000 + i))[0][0] == 100  # 201 distinct among the latest
