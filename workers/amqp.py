@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from router import topology
 from router.errors import UnavailableError
 from router.settings import Settings
-from workers.publish_batch import batcher_for, supported as batching_supported
+from workers.publish_batch import batcher_for
 from workers.store.backends import mask_url
 
 log = logging.getLogger("msgroute.amqp")
@@ -167,7 +167,8 @@ class Publisher:
     @staticmethod
     def _publish_on(channel: aiormq.Channel):
         """Concurrent publishes share a socket write (a reconnect brings a new underlying channel)."""
-        return batcher_for(channel).publish if batching_supported(channel) else channel.basic_publish
+        batcher = batcher_for(channel)
+        return batcher.publish if batcher is not None else channel.basic_publish
 
     async def publish_each(self, items: list[tuple[str, str, bytes, dict | None]]) -> list[PublishFailed | None]:
         """Publish concurrently; one result per item: None when confirmed, else why not."""
@@ -214,13 +215,13 @@ async def dead_letter(publisher: Publisher, message: AbstractIncomingMessage, re
 async def _settle(message: AbstractIncomingMessage, ok: bool, multiple: bool = False) -> None:
     """Ack (or requeue) a delivery; acks of concurrent handlers share a socket write."""
     with contextlib.suppress(*PUBLISH_ERRORS):
-        channel = message.channel
-        if not batching_supported(channel):
+        batcher = batcher_for(message.channel)
+        if batcher is None:
             await (message.ack(multiple=multiple) if ok else message.nack(requeue=True))
         elif ok:
-            await batcher_for(channel).ack(message.delivery_tag, multiple=multiple)
+            await batcher.ack(message.delivery_tag, multiple=multiple)
         else:
-            await batcher_for(channel).nack(message.delivery_tag, requeue=True)
+            await batcher.nack(message.delivery_tag, requeue=True)
 
 
 async def consume(channel, queue_name: str, handler: Handler, *, publisher: Publisher, stop: asyncio.Event,

@@ -10,8 +10,8 @@ marshalled payload, one write. Each publish still gets its own delivery tag and 
 confirm, exactly as `basic_publish` registers them (mandatory returns included).
 
 This reaches into aiormq's channel (its lock, delivery tags, confirmation map and write
-queue); `supported()` checks they are there, and the Publisher falls back to
-`basic_publish` when they are not.
+queue); `batcher_for()` checks once per channel that they are there, and gives None when
+they are not: the Publisher then falls back to `basic_publish`.
 """
 from __future__ import annotations
 
@@ -34,10 +34,11 @@ def supported(channel: aiormq.Channel) -> bool:
     return all(hasattr(channel, part) for part in _CHANNEL_PARTS)
 
 
-def batcher_for(channel: aiormq.Channel) -> "PublishBatcher":
-    """The one batcher of this channel (a batcher is tied to its channel's delivery tags)."""
+def batcher_for(channel: aiormq.Channel) -> "PublishBatcher | None":
+    """The one batcher of this channel (a batcher is tied to its channel's delivery tags);
+    None if this aiormq lacks what batching needs."""
     batcher = _BATCHERS.get(channel)
-    if batcher is None:
+    if batcher is None and supported(channel):
         batcher = _BATCHERS[channel] = PublishBatcher(channel)
     return batcher
 

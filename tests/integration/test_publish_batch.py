@@ -89,24 +89,17 @@ async def test_a_caller_that_gives_up_before_its_turn_is_not_sent(channel):
     assert sorted(bodies) == sorted(f"after {n}".encode() for n in range(10))
 
 
-async def test_a_publish_after_a_reconnect_uses_the_new_channel(vhost):
-    settings = from_dict({"broker": {"url": vhost}})
-    connection = await amqp.connect(settings, "publish-batch-reconnect")
-    try:
-        channel = await amqp.open_channel(connection)
-        await channel.declare_queue(QUEUE, durable=True, arguments=amqp.QUORUM)
-        publisher = amqp.Publisher(channel, timeout=10)
-        await publisher.publish("", QUEUE, b"before")
-        before = await channel.get_underlay_channel()
-        await before.close()  # the robust channel reopens a new underlying channel
-        for _ in range(50):
-            if (await channel.get_underlay_channel()) is not before and not channel.is_closed:
-                break
-            await asyncio.sleep(0.1)
-        await publisher.publish("", QUEUE, b"after")
-        assert sorted(await drain(channel, 2)) == [b"after", b"before"]
-    finally:
-        await connection.close()
+async def test_a_publish_after_a_reconnect_uses_the_new_channel(channel):
+    publisher = amqp.Publisher(channel, timeout=10)
+    await publisher.publish("", QUEUE, b"before")
+    before = await channel.get_underlay_channel()
+    await before.close()  # the robust channel reopens a new underlying channel
+    for _ in range(50):
+        if (await channel.get_underlay_channel()) is not before and not channel.is_closed:
+            break
+        await asyncio.sleep(0.1)
+    await publisher.publish("", QUEUE, b"after")
+    assert sorted(await drain(channel, 2)) == [b"after", b"before"]
 
 
 async def held_by_broker(vhost_url: str) -> int:
@@ -117,38 +110,32 @@ async def held_by_broker(vhost_url: str) -> int:
     return next(int(count) for name, count in (line.split() for line in out.stdout.splitlines()) if name == QUEUE)
 
 
-async def test_concurrent_acks_are_written_together_and_take_effect(vhost):
-    settings = from_dict({"broker": {"url": vhost}})
-    connection = await amqp.connect(settings, "ack-batch")
-    try:
-        channel = await amqp.open_channel(connection)
-        queue = await channel.declare_queue(QUEUE, durable=True, arguments=amqp.QUORUM)
-        publisher = amqp.Publisher(channel, timeout=10)
-        await asyncio.gather(*(publisher.publish("", QUEUE, f"m{n}".encode()) for n in range(101)))
-        deliveries: list = []
-        all_delivered = asyncio.Event()
+async def test_concurrent_acks_are_written_together_and_take_effect(vhost, channel):
+    queue = await channel.declare_queue(QUEUE, passive=True)
+    publisher = amqp.Publisher(channel, timeout=10)
+    await asyncio.gather(*(publisher.publish("", QUEUE, f"m{n}".encode()) for n in range(101)))
+    deliveries: list = []
+    all_delivered = asyncio.Event()
 
-        async def on_message(message) -> None:
-            deliveries.append(message)
-            if len(deliveries) == 101:
-                all_delivered.set()
+    async def on_message(message) -> None:
+        deliveries.append(message)
+        if len(deliveries) == 101:
+            all_delivered.set()
 
-        await queue.consume(on_message)  # as the workers consume
-        await asyncio.wait_for(all_delivered.wait(), 10)
-        writes = count_writes(await channel.get_underlay_channel())
+    await queue.consume(on_message)  # as the workers consume
+    await asyncio.wait_for(all_delivered.wait(), 10)
+    writes = count_writes(await channel.get_underlay_channel())
 
-        requeued = deliveries.pop()
-        await asyncio.gather(*(amqp._settle(m, ok=True) for m in deliveries), amqp._settle(requeued, ok=False))
-        settle_writes = len(writes)
-        # the connection stays open: only the requeued one (delivered again to this consumer) is held
-        held = []
-        for _ in range(20):
-            held.append(await held_by_broker(vhost))
-            if held[-1] == 1:
-                break
-            await asyncio.sleep(0.5)
-    finally:
-        await connection.close()
+    requeued = deliveries.pop()
+    await asyncio.gather(*(amqp._settle(m, ok=True) for m in deliveries), amqp._settle(requeued, ok=False))
+    settle_writes = len(writes)
+    # the connection stays open: only the requeued one (delivered again to this consumer) is held
+    held = []
+    for _ in range(20):
+        held.append(await held_by_broker(vhost))
+        if held[-1] == 1:
+            break
+        await asyncio.sleep(0.5)
 
     assert 0 < settle_writes < 101 / 5, f"{settle_writes} writes for 101 acks"
     assert held[-1] == 1, f"the broker still holds {held} messages"
