@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from datetime import timedelta
@@ -17,6 +18,7 @@ from functools import partial
 import aiohttp
 import orjson
 
+from carriers.base import Receipt
 from router import clock, codec, ids, topology
 from router.lifecycle import can_move, is_terminal
 from router.messages import UNIT_NAMES, Channel, Status, Transition
@@ -34,8 +36,9 @@ from workers.retention import sweep_loop
 
 log = logging.getLogger("msgroute.status")
 RECEIPT_TRIES_HEADER = "x-msgroute-receipt-tries"
-KIND_HEADER = "x-msgroute-kind"  # on the receipts queue: a carrier's webhook, or a receipt timeout
+KIND_HEADER = "x-msgroute-kind"  # on the receipts queue: unset for a carrier's webhook call, else one of these
 RECEIPT_TIMEOUT_KIND = "receipt-timeout"
+RECEIPT_RETRY_KIND = "receipt-retry"  # the receipts of a webhook call that were not known yet, as parsed
 MAX_RECEIPT_TRIES = 5  # an unknown carrier id is retried this often (the `sent` may be in flight)
 FINAL_RECEIPT = {Status.DELIVERED, Status.UNDELIVERED, Status.FAILED}
 
@@ -77,6 +80,18 @@ async def receipt_timeout_loop(worker: "StatusWorker", stop: asyncio.Event) -> N
                     queued.update((m, now) for m in stale)
             except Exception:  # noqa: BLE001 — the next round tries again
                 log.exception("receipt timeout sweep failed", extra={"carrier": carrier.name})
+
+
+def _retry_body(carrier: str, receipts: list[Receipt], received_at: str) -> bytes:
+    """Only the unknown receipts go round again: a batch's known ones are applied (and counted) once."""
+    return orjson.dumps({"carrier": carrier, "received_at": received_at,
+                         "receipts": [dataclasses.asdict(r) for r in receipts]}, default=str)
+
+
+def _decode_retry(body: bytes) -> tuple[str, list[Receipt], str]:
+    data = orjson.loads(body)
+    receipts = [Receipt(**{**r, "status": Status(r["status"])}) for r in data["receipts"]]
+    return data["carrier"], receipts, data["received_at"]
 
 
 def _timeouts(messages) -> list[Transition]:
@@ -133,6 +148,14 @@ class StatusWorker:
         retry: list[tuple[bytes, dict]] = []
         parsed, by_carrier = [], {}
         for message in messages:
+            if (message.headers or {}).get(KIND_HEADER) == RECEIPT_RETRY_KIND:
+                carrier, receipts, received_at = _decode_retry(message.body)
+                if carrier not in self.adapters:
+                    log.warning("receipt for a carrier no longer configured", extra={"carrier": carrier})
+                    continue
+                parsed.append((message, carrier, receipts, received_at))
+                by_carrier.setdefault(carrier, []).extend(receipts)
+                continue
             kind, carrier, inbound, received_at = decode_inbound(message.body)
             adapter = self.adapters.get(carrier)
             if adapter is None:
@@ -161,11 +184,11 @@ class StatusWorker:
         part_receipts: list[tuple] = []  # (carrier, part id, status, error code, received at)
         for message, carrier, receipts, received_at in parsed:
             known = known_by_carrier[carrier]
-            unknown = False
+            unknown = []
             for receipt in receipts:
                 message_id = known.get(receipt.carrier_message_id)
                 if message_id is None:
-                    unknown = True
+                    unknown.append(receipt)
                     continue
                 metrics.receipts_total.labels(carrier, str(receipt.status)).inc()
                 if receipt.status in FINAL_RECEIPT and receipt.carrier_message_id in parts_by_carrier[carrier]:
@@ -183,9 +206,10 @@ class StatusWorker:
             if unknown:
                 tries = int((message.headers or {}).get(RECEIPT_TRIES_HEADER, 0)) + 1
                 if tries < MAX_RECEIPT_TRIES:
-                    retry.append((message.body, {RECEIPT_TRIES_HEADER: tries}))
+                    retry.append((_retry_body(carrier, unknown, received_at),
+                                  {RECEIPT_TRIES_HEADER: tries, KIND_HEADER: RECEIPT_RETRY_KIND}))
                 else:
-                    metrics.unknown_receipts.labels(carrier).inc()
+                    metrics.unknown_receipts.labels(carrier).inc(len(unknown))
                     log.warning("receipt for an unknown carrier message id; dropped", extra={"carrier": carrier})
         transitions.extend(await self._aggregate_parts(part_receipts))
         await self.apply(transitions)
