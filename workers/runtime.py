@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from typing import Awaitable, Callable
@@ -40,6 +41,7 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
         runner = uvloop.run
     except ImportError:  # pragma: no cover - platforms without uvloop
         runner = asyncio.run
+    freeze_startup_objects()
     try:
         runner(_main())
     except UnavailableError as exc:
@@ -48,6 +50,14 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def freeze_startup_objects() -> None:
+    """What is imported by now (modules, schemas, phone number metadata) lives as long as the
+    process: move it out of the garbage collector's reach. Otherwise every full collection
+    scans it all, a pause of about 40 ms on a small machine that lands in the tail latency."""
+    gc.collect()
+    gc.freeze()
 
 
 def message_age_seconds(message_id: str, now_ms: float) -> float | None:

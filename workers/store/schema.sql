@@ -51,9 +51,16 @@ CREATE TABLE IF NOT EXISTS messages (
     updated_at         TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_account_id ON messages (account_id, id);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency ON messages (account_id, idempotency_key);
-CREATE INDEX IF NOT EXISTS messages_carrier_id ON messages (carrier, carrier_message_id);
-CREATE INDEX IF NOT EXISTS messages_created ON messages (created_at);
+-- Partial where most rows have no value (no Idempotency-Key, no carrier id yet, no send_at):
+-- an insert then skips them. They replace full indexes of earlier versions (dropped below);
+-- `messages_created` went too: no query used it.
+CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency_key ON messages (account_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_carrier_message ON messages (carrier, carrier_message_id)
+    WHERE carrier_message_id IS NOT NULL;
+DROP INDEX IF EXISTS messages_idempotency;
+DROP INDEX IF EXISTS messages_carrier_id;
+DROP INDEX IF EXISTS messages_created;
 CREATE INDEX IF NOT EXISTS messages_status_carrier ON messages (status, carrier, updated_at);
 
 CREATE TABLE IF NOT EXISTS status_history (
@@ -147,7 +154,8 @@ CREATE TABLE IF NOT EXISTS senders (
     created_at TEXT NOT NULL,
     UNIQUE (account_id, channel, address)
 );
-CREATE INDEX IF NOT EXISTS messages_scheduled ON messages (status, send_at);
+CREATE INDEX IF NOT EXISTS messages_send_at ON messages (status, send_at) WHERE send_at IS NOT NULL;
+DROP INDEX IF EXISTS messages_scheduled;
 
 -- Multipart SMS whose carrier gives each part its own id and receipt (Vonage): one row per
 -- part, so each part's receipt maps back to its message (router/parts.py aggregates them).
