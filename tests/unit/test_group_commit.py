@@ -5,15 +5,20 @@ import asyncio
 import pytest
 
 from router.errors import UnavailableError
+from workers.store.backends import Busy
 from workers.store.group_commit import GroupCommit
 
 
 class Store:
-    """Runs each transaction after a yield to the loop; records what each one held."""
+    """Runs each transaction after a yield to the loop; records what each one held. Its write
+    lock is always taken, so `run_now` never runs anything (the real SQLite one: test_store_now.py)."""
 
     def __init__(self, fail_with: Exception | None = None):
         self.transactions: list[int] = []
         self.fail_with = fail_with
+
+    def run_now(self, fn):
+        raise Busy()
 
     async def run(self, fn):
         await asyncio.sleep(0.01)
@@ -38,7 +43,7 @@ async def test_calls_arriving_during_a_transaction_share_the_next_one():
     store = Store()
     group = GroupCommit(store)
     first = asyncio.create_task(group.run(job(1)))
-    await asyncio.sleep(0)  # the first transaction is under way
+    await asyncio.sleep(0.005)  # the first transaction is under way (it takes 0.01 s)
     rest = [asyncio.create_task(group.run(job(n))) for n in range(2, 6)]
     assert await first == 2
     assert await asyncio.gather(*rest) == [4, 6, 8, 10]

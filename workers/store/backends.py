@@ -57,6 +57,10 @@ class Cursor:
         return self._conn.execute(self._sql(sql), params).rowcount
 
 
+class Busy(Exception):
+    """Another connection holds the write lock right now (from `run_now`, which never waits)."""
+
+
 def _dict_row(cursor, row):
     return {col[0]: value for col, value in zip(cursor.description, row)}
 
@@ -75,16 +79,17 @@ class SqliteBackend:
         self._local = threading.local()
         self._checkpointer: Checkpointer | None = None
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self, busy_timeout_ms: int = 30_000) -> sqlite3.Connection:
+        """This thread's connection (the store's thread, or the event loop's for `run_now`)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             if self.path.parent and not self.path.parent.exists():
                 raise UnavailableError(f"store at {self.url}: directory {self.path.parent} does not exist")
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000, isolation_level=None)
             conn.row_factory = _dict_row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
             conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             self._local.conn = conn
             if self._checkpointer is None:  # the WAL is in place now: checkpoint it from here on
@@ -92,16 +97,34 @@ class SqliteBackend:
                 self._checkpointer.start()
         return conn
 
-    def _transaction(self, fn: Callable[[Cursor], T]) -> T:
-        conn = self._conn()
+    def _transaction(self, fn: Callable[[Cursor], T], conn: sqlite3.Connection | None = None) -> T:
+        conn = conn or self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(Cursor(conn, rewrite=False))
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return result
+
+    def run_now(self, fn: Callable[[Cursor], T]) -> T:
+        """`fn` in a transaction on the calling thread (the event loop), if SQLite's write lock
+        is free this instant; else raises Busy at once, and the caller uses `run`.
+
+        For small, hot transactions (group commits): on the store's thread every statement
+        gives up the GIL and then waits for the busy event loop to hand it back, which put
+        the gateway's store step at 6 ms median and 15-25 ms p90 at 400 req/s on two cores;
+        here it costs only its own CPU. Never for work that may take long: the loop waits for it.
+        """
+        conn = self._conn(busy_timeout_ms=0)  # the loop's own connection: never waits for the lock
+        try:
+            return self._transaction(fn, conn)
+        except sqlite3.OperationalError as exc:
+            if not conn.in_transaction and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                raise Busy() from None
+            raise UnavailableError(f"store at {self.url}: {exc}") from exc
 
     async def run(self, fn: Callable[[Cursor], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -118,6 +141,7 @@ class SqliteBackend:
                 self._local.conn = None
         await asyncio.get_running_loop().run_in_executor(self._pool, _close)
         self._pool.shutdown(wait=True)
+        _close()  # the event loop's connection, if `run_now` opened one
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.stop)
 
@@ -155,6 +179,10 @@ class PostgresBackend:
         with self._pool.connection() as conn:
             with conn.transaction():
                 return fn(Cursor(conn, rewrite=True))
+
+    def run_now(self, fn: Callable[[Cursor], T]) -> T:
+        """Never on the event loop: every statement is a network round trip. Use `run`."""
+        raise Busy()
 
     async def run(self, fn: Callable[[Cursor], T]) -> T:
         import psycopg

@@ -303,6 +303,11 @@ class Store:
         """Run `fn(cursor)` in one transaction (for store modules beyond this file)."""
         return await self._db.run(fn)
 
+    def run_now(self, fn):
+        """`fn(cursor)` in one transaction on the calling thread if that needs no wait (SQLite
+        with its write lock free); else raises backends.Busy (workers/store/group_commit.py)."""
+        return self._db.run_now(fn)
+
     async def query(self, sql: str, params: tuple | list = ()) -> list[dict]:
         """Read-only access for operators' tools and tests."""
         return await self._db.run(lambda cur: cur.fetchall(sql, params))
