@@ -97,8 +97,9 @@ class SandboxAdapter:
             batch = []
             while self._due and self._due[0][0] <= now and len(batch) < self._batch:
                 batch.append(self._due.popleft()[1])
-            if not await self._post(orjson.dumps(batch)):  # refused: retry it aside, keep the rest flowing
-                task = asyncio.create_task(self._retry(orjson.dumps(batch)))
+            body = orjson.dumps(batch)
+            if not await self._post(body):  # refused: retry it aside, keep the rest flowing
+                task = asyncio.create_task(self._retry(body))
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
 

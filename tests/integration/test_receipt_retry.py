@@ -10,14 +10,13 @@ from carriers.base import InboundRequest
 from carriers.sandbox import DEFAULT_SECRET, sign
 from router import clock, requests, topology
 from router.messages import Status, Transition
-from router.settings import load
 from workers import amqp
 from workers.adapters import open_adapters
 from workers.gateway.webhooks import encode_inbound
 from workers.health_feed import HealthFeed
 from workers.ingest import intake
+from tests.integration.worker_setup import worker_parts
 from workers.status import KIND_HEADER, RECEIPT_RETRY_KIND, RECEIPT_TRIES_HEADER, StatusWorker
-from workers.store import open_store
 
 CARRIER = "sms-uk"
 
@@ -41,45 +40,35 @@ async def fetched(channel, body: bytes, headers: dict | None = None):
 
 
 async def test_only_the_unknown_receipts_of_a_webhook_call_are_retried(make_engine, sqlite_url):
-    engine = make_engine(sqlite_url, start=False)
-    engine.cli("migrate")
-    account = engine.create_account("receipt-retry")
-    settings = load(engine.config_path, env=engine.env)
-    store = await open_store(sqlite_url)
-    connection = await amqp.connect(settings, "test receipt retry")
-    try:
-        async with aiohttp.ClientSession() as http, open_adapters(settings, http) as adapters:
-            channel = await amqp.open_channel(connection)
-            await amqp.declare_topology(channel, settings)
-            worker = StatusWorker(settings, store, amqp.Publisher(channel), adapters, HealthFeed(settings))
-            request = requests.parse({"channel": "sms", "to": "+447911123456", "body": "hello"})
-            early, late = (intake.accept(request, account["id"]) for _ in range(2))
-            await store.insert_messages([early[1], late[1]])
-            early, late = early[0], late[0]
-            await worker.apply([sent(early, "SB-early")])  # `late`'s send is not recorded yet
+    async with worker_parts(make_engine, sqlite_url, "receipt-retry", "test receipt retry") as \
+            (settings, store, channel, account), aiohttp.ClientSession() as http, \
+            open_adapters(settings, http) as adapters:
+        worker = StatusWorker(settings, store, amqp.Publisher(channel), adapters, HealthFeed(settings))
+        request = requests.parse({"channel": "sms", "to": "+447911123456", "body": "hello"})
+        early, late = (intake.accept(request, account["id"]) for _ in range(2))
+        await store.insert_messages([early[1], late[1]])
+        early, late = early[0], late[0]
+        await worker.apply([sent(early, "SB-early")])  # `late`'s send is not recorded yet
 
-            body = orjson.dumps([{"id": "SB-early", "ref": early.id, "status": "delivered", "error": None},
-                                 {"id": "SB-late", "ref": late.id, "status": "delivered", "error": None}])
-            call = InboundRequest("POST", f"http://127.0.0.1/webhooks/dlr/{CARRIER}",
-                                  {"x-sandbox-signature": sign(DEFAULT_SECRET, body)}, body)
-            counted = delivered_count()
-            await worker.handle_receipts([await fetched(channel, encode_inbound(CARRIER, call, "receipt"))])
+        body = orjson.dumps([{"id": "SB-early", "ref": early.id, "status": "delivered", "error": None},
+                             {"id": "SB-late", "ref": late.id, "status": "delivered", "error": None}])
+        call = InboundRequest("POST", f"http://127.0.0.1/webhooks/dlr/{CARRIER}",
+                              {"x-sandbox-signature": sign(DEFAULT_SECRET, body)}, body)
+        counted = delivered_count()
+        await worker.handle_receipts([await fetched(channel, encode_inbound(CARRIER, call, "receipt"))])
 
-            states = await store.current_states([early.id, late.id])
-            assert (states[early.id]["status"], states[late.id]["status"]) == ("delivered", "queued")
-            assert delivered_count() - counted == 1
-            retry_queue = await channel.declare_queue(topology.retry_queue(amqp.RECEIPT_RETRY_DELAY), passive=True)
-            retried = await retry_queue.get(timeout=5)
-            await retried.ack()
-            assert await retry_queue.get(fail=False, timeout=5) is None
-            assert retried.headers[KIND_HEADER] == RECEIPT_RETRY_KIND and retried.headers[RECEIPT_TRIES_HEADER] == 1
-            assert [r["carrier_message_id"] for r in orjson.loads(retried.body)["receipts"]] == ["SB-late"]
+        states = await store.current_states([early.id, late.id])
+        assert (states[early.id]["status"], states[late.id]["status"]) == ("delivered", "queued")
+        assert delivered_count() - counted == 1
+        retry_queue = await channel.declare_queue(topology.retry_queue(amqp.RECEIPT_RETRY_DELAY), passive=True)
+        retried = await retry_queue.get(timeout=5)
+        await retried.ack()
+        assert await retry_queue.get(fail=False, timeout=5) is None
+        assert retried.headers[KIND_HEADER] == RECEIPT_RETRY_KIND and retried.headers[RECEIPT_TRIES_HEADER] == 1
+        assert [r["carrier_message_id"] for r in orjson.loads(retried.body)["receipts"]] == ["SB-late"]
 
-            await worker.apply([sent(late, "SB-late")])
-            await worker.handle_receipts([await fetched(channel, retried.body, dict(retried.headers))])
-            states = await store.current_states([early.id, late.id])
-            assert (states[early.id]["status"], states[late.id]["status"]) == ("delivered", "delivered")
-            assert delivered_count() - counted == 2
-    finally:
-        await connection.close()
-        await store.close()
+        await worker.apply([sent(late, "SB-late")])
+        await worker.handle_receipts([await fetched(channel, retried.body, dict(retried.headers))])
+        states = await store.current_states([early.id, late.id])
+        assert (states[early.id]["status"], states[late.id]["status"]) == ("delivered", "delivered")
+        assert delivered_count() - counted == 2

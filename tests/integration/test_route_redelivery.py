@@ -7,12 +7,11 @@ from prometheus_client import REGISTRY
 
 from router import codec, requests
 from router.messages import Status
-from router.settings import load
 from workers import amqp
 from workers.health_feed import HealthFeed
 from workers.ingest import intake
+from tests.integration.worker_setup import worker_parts
 from workers.route import RouteWorker
-from workers.store import open_store
 
 DISPATCH_QUEUE = "msgroute.dispatch.sms-uk"  # where a +44 number goes with the sandbox carriers
 
@@ -44,15 +43,8 @@ async def take_all(channel, queue: str) -> list[bytes]:
 
 
 async def test_a_redelivery_is_routed_again_only_while_no_send_was_recorded(make_engine, sqlite_url):
-    engine = make_engine(sqlite_url, start=False)
-    engine.cli("migrate")
-    account = engine.create_account("redelivery")
-    settings = load(engine.config_path, env=engine.env)
-    store = await open_store(sqlite_url)
-    connection = await amqp.connect(settings, "test route redelivery")
-    try:
-        channel = await amqp.open_channel(connection)
-        await amqp.declare_topology(channel, settings)
+    async with worker_parts(make_engine, sqlite_url, "redelivery", "test route redelivery") as \
+            (settings, store, channel, account):
         worker = RouteWorker(settings, store, amqp.Publisher(channel), HealthFeed(settings))
         request = requests.parse({"channel": "sms", "to": "+447911123456", "body": "hello"})
         recorded = {}  # status recorded before the redelivery -> envelope
@@ -71,6 +63,3 @@ async def test_a_redelivery_is_routed_again_only_while_no_send_was_recorded(make
         assert await redeliver(Status.QUEUED) == ([recorded[Status.QUEUED].id], 1)
         assert await redeliver(Status.ROUTED) == ([recorded[Status.ROUTED].id], 0)
         assert await redeliver(Status.SENT) == ([], 0)
-    finally:
-        await connection.close()
-        await store.close()
