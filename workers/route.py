@@ -27,6 +27,8 @@ from workers.ingest.policy import IngestPolicy
 from workers.ingest.sender_pools import SenderPools
 from workers.privacy import suppression_forms
 from workers.store import open_store, suppressions
+from workers.store.group_commit import GroupCommit
+from workers.store.store import idempotency_cutoff, insert_rows
 
 log = logging.getLogger("msgroute.route")
 ACCOUNT_CACHE_SECONDS = 10.0
@@ -109,6 +111,7 @@ class RouteWorker:
         self.publisher = publisher
         self.health = health
         self.accounts = Accounts(store)
+        self.inserts = GroupCommit(store)  # concurrent AMQP ingest inserts share one transaction
         self.suppressions = SuppressionChecks(store, partial(suppression_forms, settings))
         self.router = routing.Router(settings)
         # AMQP ingest gets the same abuse control as HTTP ingest: a publisher cannot bypass it
@@ -209,7 +212,8 @@ class RouteWorker:
             return
         envelope, row = intake.accept(request, account["id"], message.message_id, account.get("callback_url"),
                                       sender_rate)
-        [replay] = await self.store.insert_messages([row])
+        cutoff = idempotency_cutoff()
+        [replay] = await self.inserts.run(lambda cur: insert_rows(cur, [row], cutoff))
         if replay is not None:
             return  # a redelivery or a republish of a message already accepted
         metrics.messages_accepted.labels(envelope.channel).inc()

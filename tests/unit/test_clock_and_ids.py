@@ -31,3 +31,19 @@ def test_ulid_is_crockford_base32_of_time_and_randomness():
         assert value < 1 << 128
         assert before <= value >> 80 <= after
     assert len(set(made)) == len(made)
+
+
+def test_forked_child_does_not_repeat_its_parents_random_bits():
+    import os
+    ids.message_id()  # the parent has a block of random bytes in hand
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then leave at once
+        os.write(write, ids.message_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    parent = ids.message_id()
+    assert child[-16:] != parent[-16:]  # the 80 random bits (the last 16 digits)
