@@ -125,6 +125,11 @@ class Publisher:
 
     channel: aio_pika.abc.AbstractChannel
     timeout: float = 5.0
+    # Refuse at once while the broker blocks this connection (a memory or disk alarm) instead of
+    # waiting out the confirm timeout: for HTTP ingest, whose clients get a prompt 503 to retry.
+    # Everything else waits: workers, so their redeliveries do not spin while the alarm lasts;
+    # carriers' receipts, which the broker takes once the alarm clears.
+    refuse_while_blocked: bool = False
 
     async def publish_later(self, delay: float, queue: str, body: bytes, *, headers: dict | None = None,
                             jitter: bool = False) -> None:
@@ -148,6 +153,9 @@ class Publisher:
                 if self.channel.is_closed:
                     raise aiormq.exceptions.ChannelInvalidStateError(f"{self.channel!r} closed")
                 channel = await self.channel.get_underlay_channel()
+                if self.refuse_while_blocked and broker_blocked(channel):
+                    raise PublishFailed(f"{exchange or 'default'}/{routing_key}: the broker is blocking "
+                                        "publishers (a memory or disk alarm)")
                 written = True
                 confirm = await self._publish_on(channel)(body, exchange=exchange, routing_key=routing_key,
                                                           properties=properties, mandatory=mandatory)
@@ -192,6 +200,16 @@ class Publisher:
         for failure in await self.publish_each(items):
             if failure is not None:
                 raise failure
+
+
+def broker_blocked(channel: aiormq.Channel) -> bool:
+    """Whether the broker has sent this connection `connection.blocked` and not yet `unblocked`.
+
+    aiormq keeps that only in a private event; should it ever move, this answers False and
+    publishes wait for their confirm timeout, as they would without it.
+    """
+    unblocked = getattr(channel.connection, "_Connection__connection_unblocked", None)
+    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
 
 
 async def open_channel(connection, prefetch: int = 0, confirms: bool = True):

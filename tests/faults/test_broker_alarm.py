@@ -1,7 +1,7 @@
 """Broker resource alarm: a memory alarm on the throwaway node blocks every publisher.
 
 While it lasts, ingest answers 503 (or 429) with Retry-After in bounded time instead of
-hanging, and never 202. After it clears, the client does what SPEC §4 tells it to — retries
+hanging, and never 202; once the broker has sent `connection.blocked`, at once. After it clears, the client does what SPEC §4 tells it to — retries
 each refused message with the same Idempotency-Key — and then: every 202'd message is
 delivered, the carrier (Twilio's wire format, FakeTwilio with status callbacks) took each
 message once, and nothing the client was refused went out under an id it never got.
@@ -20,6 +20,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ALARM_SECONDS = 10  # from when the node reports the alarm raised
 BOUND_SECONDS = 10  # a refusal within this is "not hanging" (the publish confirm timeout is 5 s)
+PROMPT_SECONDS = 1  # once the broker has told the gateway it is blocked, refusals come at once
+SETTLE_SECONDS = 6  # requests started this long after the alarm no longer wait for an earlier confirm
 
 
 async def memory_alarm(node, present: bool, timeout: float = 30) -> float:
@@ -72,6 +74,9 @@ async def test_memory_alarm_refuses_ingest_in_bounded_time_and_loses_nothing(thr
         f"{[(a.status, round(a.seconds, 1), a.body) for a in during if a.status not in (503, 429)][:5]}; {line}"
     assert all(a.retry_after for a in during), line
     assert max(a.seconds for a in during) <= BOUND_SECONDS, line
+    settled = [a for a in during if a.started >= raised + SETTLE_SECONDS]
+    assert settled and max(a.seconds for a in settled) < PROMPT_SECONDS, \
+        f"slowest refusal once blocked: {max((a.seconds for a in settled), default=None)} s; {line}"
     assert any(a.status == 202 for a in load.after(cleared)), line
     assert all(a.status == 202 for a in retried), line
     assert counts["missing"] == 0 and counts["not_terminal"] == 0, line

@@ -77,6 +77,10 @@ async def _resources(app: web.Application):
         channel = await amqp.open_channel(state.connection)
         await amqp.declare_topology(channel, settings)
         state.publisher = amqp.Publisher(channel, settings.broker.confirm_timeout_seconds)
+        # new messages are refused at once while the broker blocks publishers; a carrier's
+        # receipt still waits for it, since a carrier may never post a refused receipt again
+        state.ingest_publisher = amqp.Publisher(channel, settings.broker.confirm_timeout_seconds,
+                                                refuse_while_blocked=True)
         state.unconfirmed = await stack.enter_async_context(Unconfirmed(state.publisher).running())
         state.http = await stack.enter_async_context(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
         state.adapters = await stack.enter_async_context(open_adapters(settings, state.http))

@@ -7,7 +7,7 @@ from functools import partial
 import orjson
 from aiohttp import web
 
-from router import clock, codec, requests, topology
+from router import clock, requests, topology
 from router.errors import ValidationError
 from router.privacy import mask_address
 from workers import metrics
@@ -160,7 +160,8 @@ async def _accept_many(state, account: dict, items: list, key: str | None, batch
     if replayed:
         await unconfirmed.republish_queued(state.store, state.unconfirmed, account["id"], replayed)
     to_route = [(index, envelope) for index, envelope, row in fresh if row["status"] == "queued"]
-    failures = await state.publisher.publish_each([unconfirmed.route_item(envelope) for _, envelope in to_route])
+    failures = await state.ingest_publisher.publish_each(
+        [unconfirmed.route_item(envelope) for _, envelope in to_route])
     refused = [(index, envelope, f) for (index, envelope), f in zip(to_route, failures) if f is not None]
     if refused:
         log.warning("broker did not confirm; answering 503", extra={"error": str(refused[0][2]),

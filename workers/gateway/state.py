@@ -16,6 +16,7 @@ class GatewayState:
     writes: Any = None  # GroupCommit over store: the ingest path's transactions
     connection: Any = None
     publisher: Any = None
+    ingest_publisher: Any = None  # the same channel; refuses at once while the broker blocks publishers
     accounts: Any = None
     rate_limiter: Any = None
     policy: Any = None
