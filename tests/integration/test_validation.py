@@ -4,7 +4,6 @@ import io
 
 import aiohttp
 import orjson
-import pytest
 
 from tests.engine import wait_terminal
 from tests.integration.test_engine import CONFIG

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from router.errors import ValidationError
-from router.health import HEALTHY, CarrierHealth, circuit_state
-from router.messages import Candidate, Exclusion, RouteDecision
+from router.health import CarrierHealth, circuit_state
+from router.messages import Candidate, RouteDecision
 from router.rating import unit_cost
 from router.routing import Router, choose_route, decision_to_json, format_decision
 from router.settings import CarrierSettings, RoutingSettings, Settings
