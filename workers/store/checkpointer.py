@@ -4,8 +4,14 @@ SQLite's automatic checkpoint runs inside the commit that crosses its threshold:
 copies the WAL back into the database file and fsyncs it, and every caller waiting on it
 (a whole group commit of HTTP requests) waits too. In the ingest benchmark this put the
 store's p99 at 16-18 ms against a median under 1 ms. Here a thread of its own, on its own
-connection, runs a PASSIVE checkpoint (never blocks a reader or a writer) every half second;
+connection, runs a PASSIVE checkpoint (never blocks a reader or a writer) ten times a second;
 the automatic one stays as a backstop at a much larger WAL.
+
+Ten times a second, not less often: each checkpoint ends in an fsync of the database file,
+and on a disk shared with RabbitMQ that fsync delays the broker's own, so publish confirms
+wait behind it. Small, frequent checkpoints delay them least: in the ingest benchmark the
+gateway's p99 at half its peak went from 24-30 ms (every 0.5 s) to 13-17 ms (every 0.1 s).
+With nothing new in the WAL a checkpoint writes nothing.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from pathlib import Path
 
 log = logging.getLogger("msgroute.store")
 
-CHECKPOINT_EVERY_SECONDS = 0.5
+CHECKPOINT_EVERY_SECONDS = 0.1
 BACKSTOP_PAGES = 10_000  # automatic checkpoint only past ~40 MB of WAL (default: 1,000 pages)
 
 
