@@ -1,8 +1,9 @@
 """Broker resource alarm: a memory alarm on the throwaway node blocks every publisher.
 
 While it lasts, ingest answers 503 (or 429) with Retry-After in bounded time instead of
-hanging, and never 202; once the broker has sent `connection.blocked`, at once. After it clears, the client does what SPEC §4 tells it to — retries
-each refused message with the same Idempotency-Key — and then: every 202'd message is
+hanging, and never 202; once the broker has sent `connection.blocked`, at once. After it
+clears, the client does what SPEC §4 tells it to — retries each refused message with the
+same Idempotency-Key — and then: every 202'd message is
 delivered, the carrier (Twilio's wire format, FakeTwilio with status callbacks) took each
 message once, and nothing the client was refused went out under an id it never got.
 """

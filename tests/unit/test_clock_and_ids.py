@@ -1,4 +1,5 @@
 """Times and ids keep their exact text: router/clock.py format_time and router/ids.py ULIDs."""
+import os
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -34,7 +35,6 @@ def test_ulid_is_crockford_base32_of_time_and_randomness():
 
 
 def test_forked_child_does_not_repeat_its_parents_random_bits():
-    import os
     ids.message_id()  # the parent has a block of random bytes in hand
     read, write = os.pipe()
     pid = os.fork()
